@@ -1,0 +1,1 @@
+"""Training and evaluation CLIs that produce and measure model bundles."""
