@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,24 @@ def synthetic_radiograph(height: int = 96, width: int = 80, seed: int = 0) -> np
     image = rng.normal(40, 8, (height, width))
     image[:, width // 3 : 2 * width // 3] += 140
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def evaluated_bundle(tiny_bundle, tmp_path_factory):
+    """The tiny bundle, evaluated on a small synthetic class-folder set so the card has metrics."""
+    from training.evaluate import main as evaluate_main
+
+    root = tmp_path_factory.mktemp("folders")
+    for grade, label_seed in (("0", 0), ("3", 100)):
+        folder = root / "val" / grade
+        folder.mkdir(parents=True)
+        for k in range(6):
+            (folder / f"{9000000 + label_seed + k:07d}L.png").write_bytes(
+                png_bytes(synthetic_radiograph(seed=label_seed + k))
+            )
+    bundle = tmp_path_factory.mktemp("evaluated") / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    assert (
+        evaluate_main(["--bundle", str(bundle), "--dataset", "folders", "--data-dir", str(root), "--n-boot", "50"]) == 0
+    )
+    return bundle
