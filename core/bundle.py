@@ -67,6 +67,7 @@ class Bundle:
     path: Path
     card: dict[str, Any]
     model: Any  # keras.Model
+    gate: Any = None  # core.gate.FittedGate when the bundle has a fitted gate
 
     @property
     def name(self) -> str:
@@ -214,4 +215,21 @@ def load_bundle(bundle_dir: str | Path | None = None) -> Bundle:
     size = tuple(model.input_shape[1:3])
     if size != (card["input_size"], card["input_size"]):
         raise BundleError(f"{bundle_dir}: card says input {card['input_size']}, the model takes {size}.")
-    return Bundle(path=bundle_dir, card=card, model=model)
+    return Bundle(path=bundle_dir, card=card, model=model, gate=_load_gate(bundle_dir, card))
+
+
+def _load_gate(bundle_dir: Path, card: dict[str, Any]):
+    from core.gate import GATE_FILE, FittedGate
+
+    gate = card.get("gate")
+    if not gate:
+        return None
+    path = bundle_dir / GATE_FILE
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir}: the card describes an input gate but {GATE_FILE} is missing.")
+    if sha256_file(path) != gate.get("sha256"):
+        raise BundleError(f"{path} does not match its card (SHA-256 mismatch); refusing the altered gate.")
+    try:
+        return FittedGate.load(path)
+    except (OSError, ValueError, KeyError) as err:
+        raise BundleError(f"{path} could not be read ({err}).") from None

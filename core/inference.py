@@ -18,6 +18,16 @@ import numpy as np
 from core.bundle import Bundle, load_bundle
 from core.decode import DecodedImage, decode_bytes, decode_file
 from core.errors import ImageRejected
+from core.gate import (
+    RADIOGRAPH_MODALITIES,
+    REJECT,
+    GateResult,
+    body_part_warning,
+    pixel_signals,
+    pixel_verdict,
+    radiograph_features,
+)
+from core.limits import DEFAULT_LIMITS, Limits, enforce_study
 from core.model import FEATURE_LAYER, LOGIT_LAYER, POOL_LAYER
 from core.preprocess import Box, letterbox, to_model_input
 
@@ -46,6 +56,7 @@ class Prepared:
     model_input: np.ndarray  # (S, S, 3) float 0–255
     box: Box
     sha256: str
+    signals: dict[str, float] | None = None  # the gate's pixel statistics
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class ImageScore:
     cam: np.ndarray | None = field(default=None, repr=False)  # feature-map resolution, [0, 1]
     box: Box | None = None
     embedding: np.ndarray | None = field(default=None, repr=False)
+    gate: GateResult | None = None
 
     @property
     def scored(self) -> bool:
@@ -72,17 +84,20 @@ class Predictor:
 
     classes_ = ("normal", "abnormal")
 
-    def __init__(self, bundle: Bundle, warm: bool = True) -> None:
+    def __init__(self, bundle: Bundle, warm: bool = True, limits: Limits = DEFAULT_LIMITS) -> None:
         import keras
         import tensorflow as tf
 
         self.bundle_ = bundle
+        self.limits_ = limits
         self.input_size_ = bundle.input_size
         self.threshold_ = bundle.threshold
         self.temperature_ = bundle.temperature
+        self.gate_ = bundle.gate
+        self.body_part_ = (bundle.card.get("training_data") or {}).get("body_part")
         model = bundle.model
         self._explainer = keras.Model(
-            model.inputs,
+            model.input,
             [
                 model.get_layer(FEATURE_LAYER).output,
                 model.get_layer(POOL_LAYER).output,
@@ -117,8 +132,10 @@ class Predictor:
             self.warm_up()
 
     @classmethod
-    def from_bundle_dir(cls, path: str | Path | None = None, warm: bool = True) -> Predictor:
-        return cls(load_bundle(path), warm=warm)
+    def from_bundle_dir(
+        cls, path: str | Path | None = None, warm: bool = True, limits: Limits = DEFAULT_LIMITS
+    ) -> Predictor:
+        return cls(load_bundle(path), warm=warm, limits=limits)
 
     @property
     def card(self) -> dict:
@@ -179,10 +196,14 @@ class Predictor:
         if data is None:
             if path is None:
                 raise ValueError("prepare() needs data or path")
-            image = decode_file(path, name)
+            image = decode_file(
+                path, name, max_pixels=self.limits_.max_pixels, max_file_bytes=self.limits_.max_file_bytes
+            )
             data_hash = _sha256_path(path)
         else:
-            image = decode_bytes(data, name)
+            image = decode_bytes(
+                data, name, max_pixels=self.limits_.max_pixels, max_file_bytes=self.limits_.max_file_bytes
+            )
             data_hash = hashlib.sha256(data).hexdigest()
         canvas, box = letterbox(image.pixels, self.input_size_)
         return Prepared(image=image, model_input=to_model_input(canvas), box=box, sha256=data_hash)
@@ -196,6 +217,8 @@ class Predictor:
         so that the next batch is decoded while the model scores the current one.
         ``progress(done, total)`` is called as batches finish.
         """
+        files = list(files)
+        enforce_study(files, self.limits_)  # raises StudyRejected before anything is decoded
         items = [_as_item(f) for f in files]
         results: list[ImageScore | None] = [None] * len(items)
         with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
@@ -212,30 +235,63 @@ class Predictor:
                     logits, pooled, cams = self._run(batch, explain)
                     probs = self.probability(logits)
                     for k, (i, prep) in enumerate(ok):
+                        gate = self._novelty_gate(prep, pooled[k])
+                        rejected = gate.status == REJECT
                         results[i] = ImageScore(
                             name=prep.image.name,
                             sha256=prep.sha256,
-                            probability=float(probs[k]),
-                            logit=float(logits[k]),
+                            probability=None if rejected else float(probs[k]),
+                            logit=None if rejected else float(logits[k]),
+                            error=gate.reason if rejected else None,
                             image=prep.image,
-                            cam=None if cams is None else cams[k],
+                            cam=None if cams is None or rejected else cams[k],
                             box=prep.box,
                             embedding=pooled[k],
+                            gate=gate,
                         )
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(items))
         return [r for r in results if r is not None]
 
+    def _pixel_gate(self, prep: Prepared | ImageScore) -> Prepared | ImageScore:
+        """Refuse plain non-radiographs before they reach the model."""
+        if not isinstance(prep, Prepared):
+            return prep
+        signals = pixel_signals(prep.image.pixels, prep.image.meta.colourfulness)
+        verdict = pixel_verdict(signals)
+        if verdict.status == REJECT:
+            return ImageScore(
+                name=prep.image.name, sha256=prep.sha256, error=verdict.reason, image=prep.image, gate=verdict
+            )
+        return Prepared(prep.image, prep.model_input, prep.box, prep.sha256, signals)
+
+    def _novelty_gate(self, prep: Prepared, embedding: np.ndarray) -> GateResult:
+        signals = prep.signals or {}
+        if self.gate_ is None:
+            verdict = GateResult("ok", "", signals)
+        else:
+            score = float(
+                self.gate_.radiograph_score(radiograph_features(prep.image.pixels, prep.image.meta.colourfulness))[0]
+            )
+            meta = prep.image.meta
+            declared = meta.source_format == "DICOM" and (meta.modality or "").upper() in RADIOGRAPH_MODALITIES
+            verdict = self.gate_.verdict(score, float(self.gate_.novelty(embedding)[0]), signals, declared)
+        warning = body_part_warning(prep.image.meta.body_part, self.body_part_)
+        if verdict.status == "ok" and warning:
+            return GateResult("warn", warning + "; interpret with caution", verdict.signals)
+        return verdict
+
     def _safe_prepare(self, name: str, data: bytes | None, path: str | None) -> Prepared | ImageScore:
         try:
-            return self.prepare(name, data=data, path=path)
+            return self._pixel_gate(self.prepare(name, data=data, path=path))
         except ImageRejected as err:
             digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_path_or_empty(path)
-            return ImageScore(name=name, sha256=digest, error=err.reason)
+            return ImageScore(name=name, sha256=digest, error=err.reason, gate=GateResult(REJECT, err.reason, {}))
         except Exception as err:  # a decoder bug must not take down the study
             digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_path_or_empty(path)
-            return ImageScore(name=name, sha256=digest, error=f"could not be read ({type(err).__name__}: {err})")
+            reason = f"could not be read ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+            return ImageScore(name=name, sha256=digest, error=reason, gate=GateResult(REJECT, reason, {}))
 
 
 def _as_item(entry) -> tuple[str, bytes | None, str | None]:

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 EXIT_OK = 0
@@ -54,8 +55,10 @@ def run(argv: list[str] | None = None) -> tuple[dict, int]:
     from core.aggregate import aggregate_study
     from core.gradcam import overlay_for
     from core.inference import Predictor
+    from core.limits import enforce_study
 
     args = parse_args(argv)
+    enforce_study(args.files)  # an oversized study is refused before TensorFlow loads
     predictor = Predictor.from_bundle_dir(args.bundle, warm=False)
     explain = bool(args.gradcam_dir)
     scores = predictor.score_files(args.files, explain=explain)
@@ -66,6 +69,7 @@ def run(argv: list[str] | None = None) -> tuple[dict, int]:
                 "file": score.name,
                 "probability": None if score.probability is None else round(score.probability, 6),
                 "error": score.error,
+                "gate": score.gate.as_json() if score.gate else None,
             }
         )
     scored = [s for s in scores if s.scored]
@@ -105,6 +109,8 @@ def run(argv: list[str] | None = None) -> tuple[dict, int]:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # pydicom's parser warnings still reach its logger; on stderr they would read as crashes.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom")
     from core.errors import BoneSentinelError
 
     try:

@@ -88,8 +88,8 @@ def _image_input(score: ImageScore, share: float | None, input_size: int, store_
         file_sha256=score.sha256,
         probability=score.probability,
         error=score.error,
-        gate_status="ok" if score.scored else "error",
-        gate_reason="" if score.scored else (score.error or ""),
+        gate_status=_gate_status(score),
+        gate_reason=score.gate.reason if score.gate else (score.error or ""),
         share=share,
         source_format=meta.source_format if meta else None,
         width=meta.width if meta else None,
@@ -97,6 +97,15 @@ def _image_input(score: ImageScore, share: float | None, input_size: int, store_
         thumbnail_png=thumb,
         overlay_png=overlay,
     )
+
+
+def _gate_status(score: ImageScore) -> str:
+    """The log's status: the gate's verdict, or "error" for a file that could not be decoded."""
+    if score.gate is None:
+        return "ok" if score.scored else "error"
+    if score.image is None:
+        return "error"
+    return score.gate.status
 
 
 def dicom_identifier(scores: Sequence[ImageScore]) -> str | None:

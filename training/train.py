@@ -101,6 +101,12 @@ def split_records(records: list[Record], split: str, limit: int) -> list[Record]
     return rows
 
 
+def single_body_part(records: list[Record]) -> str | None:
+    """The body part of the training data when there is exactly one (the gate warns on others)."""
+    parts = {r.body_part for r in records}
+    return parts.pop() if len(parts) == 1 else None
+
+
 def class_weights(records: list[Record]) -> dict[int, float]:
     n = len(records)
     positives = sum(r.label for r in records)
@@ -205,6 +211,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
         input_size=cfg.input_size,
         training_data={
             **credit,
+            "body_part": single_body_part(train_rows),
             "counts": {
                 "train_images": len(train_rows),
                 "train_abnormal": sum(r.label for r in train_rows),

@@ -46,15 +46,19 @@ if submitted:
         st.error(f"{len(files)} files selected; a study may hold at most {settings.max_files_per_study}.")
     else:
         bar = st.progress(0.0, text="Scoring…")
-        st.session_state["outcome"] = analyze_study(
-            model,
-            [(f.name, f.getvalue()) for f in files],
-            StudyForm(identifier=identifier or None, body_part=body_part, note=note, aggregate=aggregate),
-            engine=resources.engine(),
-            salt=resources.salt(),
-            store_images=settings.store_images,
-            progress=lambda done, total: bar.progress(done / total, text=f"Scored {done} of {total} files"),
-        )
+        try:
+            st.session_state["outcome"] = analyze_study(
+                model,
+                [(f.name, f.getvalue()) for f in files],
+                StudyForm(identifier=identifier or None, body_part=body_part, note=note, aggregate=aggregate),
+                engine=resources.engine(),
+                salt=resources.salt(),
+                store_images=settings.store_images,
+                progress=lambda done, total: bar.progress(done / total, text=f"Scored {done} of {total} files"),
+            )
+        except BoneSentinelError as err:  # e.g. a study over the size limits
+            st.session_state.pop("outcome", None)
+            st.error(str(err))
         bar.empty()
 
 outcome = st.session_state.get("outcome")
@@ -83,6 +87,9 @@ elif outcome.log_error:
 
 for score in outcome.rejected:
     st.warning(f"**{score.name}** was not scored: {score.error}", icon=":material/block:")
+for score in outcome.scored:
+    if score.gate is not None and score.gate.status == "warn":
+        st.info(f"**{score.name}**: {score.gate.reason}.", icon=":material/warning:")
 
 if outcome.scored:
     names = [s.name for s in outcome.scored]
@@ -103,6 +110,8 @@ if outcome.scored:
             except Exception as err:  # one bad explanation must not blank the page
                 explained.warning(f"Grad-CAM unavailable for this image ({type(err).__name__}).")
             numbers.metric("Probability abnormal", f"{score.probability:.3f}")
+            if score.gate is not None and score.gate.status == "warn":
+                numbers.warning("Outside the training data: interpret with caution.")
             numbers.metric("Share of study score", f"{share:.0%}")
             meta = score.image.meta
             numbers.caption(f"{meta.source_format}, {meta.width}×{meta.height}, {meta.bits}-bit")
