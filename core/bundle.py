@@ -90,8 +90,12 @@ class Bundle:
         return int(self.card["input_size"])
 
     @property
-    def temperature(self) -> float:
-        return float((self.card.get("calibration") or {}).get("temperature", 1.0))
+    def calibration(self) -> tuple[float, float]:
+        """(slope, intercept) applied to the logit: Platt scaling, or 1/T for a temperature."""
+        cal = self.card.get("calibration") or {}
+        if "slope" in cal:
+            return float(cal["slope"]), float(cal["intercept"])
+        return 1.0 / float(cal.get("temperature", 1.0)), 0.0
 
 
 def new_card(

@@ -92,7 +92,7 @@ class Predictor:
         self.limits_ = limits
         self.input_size_ = bundle.input_size
         self.threshold_ = bundle.threshold
-        self.temperature_ = bundle.temperature
+        self.calibration_ = bundle.calibration
         self.gate_ = bundle.gate
         self.body_part_ = (bundle.card.get("training_data") or {}).get("body_part")
         model = bundle.model
@@ -169,7 +169,7 @@ class Predictor:
         return np.concatenate(logits), np.concatenate(pooled), (np.concatenate(cams) if explain else None)
 
     def decision_function(self, inputs: np.ndarray) -> np.ndarray:
-        """Raw logits, before temperature scaling."""
+        """Raw logits, before calibration."""
         return self._run(inputs, explain=False)[0]
 
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
@@ -178,8 +178,9 @@ class Predictor:
         return np.stack([1 - p, p], axis=1)
 
     def probability(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated probability of abnormal from logits (temperature from the card)."""
-        return sigmoid(np.asarray(logits) / self.temperature_)
+        """Calibrated probability of abnormal from logits (Platt scaling from the card)."""
+        slope, intercept = self.calibration_
+        return sigmoid(slope * np.asarray(logits) + intercept)
 
     def embed(self, inputs: np.ndarray) -> np.ndarray:
         """Penultimate-layer embeddings (global average pool), used by the novelty gate."""

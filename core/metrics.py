@@ -265,6 +265,26 @@ def apply_temperature(logits: ArrayLike, temperature: float) -> np.ndarray:
     return expit(np.asarray(logits, dtype=np.float64) / temperature)
 
 
+def fit_platt(logits: ArrayLike, y: ArrayLike) -> tuple[float, float]:
+    """Platt scaling: ``(slope, intercept)`` minimising the NLL of sigmoid(slope·logit + intercept).
+
+    Unlike a temperature it also corrects a shifted base rate (e.g. from class-weighted training).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    labels = _as_labels(y)
+    z = _as_scores(logits, "logits")
+    if labels.shape != z.shape or np.unique(labels).size < 2:
+        raise ValueError("Platt scaling needs one logit per label and both classes")
+    model = LogisticRegression(C=1e6, max_iter=1000).fit(z[:, None], labels)  # ~unregularised
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def apply_platt(logits: ArrayLike, slope: float, intercept: float) -> np.ndarray:
+    """Probabilities ``sigmoid(slope · logits + intercept)``."""
+    return expit(slope * np.asarray(logits, dtype=np.float64) + intercept)
+
+
 def binary_summary(
     y: ArrayLike,
     p: ArrayLike,

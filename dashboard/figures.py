@@ -16,11 +16,11 @@ import plotly.graph_objects as go
 TEMPLATE = "plotly_white"
 FONT = {"family": "Inter, Segoe UI, Helvetica, Arial, sans-serif", "size": 14, "color": "#1f2933"}
 MARGIN = {"l": 60, "r": 20, "t": 60, "b": 55}
-COMPACT_MARGIN = {"l": 20, "r": 20, "t": 10, "b": 30}
+COMPACT_MARGIN = {"l": 20, "r": 20, "t": 30, "b": 30}  # room for the threshold label above the bar
 
 SQUARE_HEIGHT = 440
 CONFUSION_HEIGHT = 380
-GAUGE_HEIGHT = 130
+GAUGE_HEIGHT = 150
 SHARES_ROW_HEIGHT = 34
 SHARES_MIN_HEIGHT = 180
 

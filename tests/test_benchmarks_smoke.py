@@ -47,7 +47,7 @@ def test_fast_and_naive_paths_agree_on_one_file(tiny_predictor):
     [(name, data)], _ = bench.load_images(1, synthetic=True)
     fast_p, fast_overlay = bench.fast_path(tiny_predictor, name, data)
     naive_p, naive_overlay = bench.naive_path(tiny_predictor.bundle_.model, tiny_predictor.input_size_, name, data)
-    assert naive_p == pytest.approx(fast_p, abs=1e-5)  # temperature 1: probability = sigmoid(logit)
+    assert naive_p == pytest.approx(fast_p, abs=1e-5)  # no calibration in the card: probability = sigmoid(logit)
     assert fast_overlay.size == naive_overlay.size
     diff = np.abs(np.asarray(fast_overlay, np.int16) - np.asarray(naive_overlay, np.int16))
     assert diff.max() <= 2  # the same map up to float rounding

@@ -322,3 +322,15 @@ def test_binary_summary_shape_and_json():
     assert len(s["calibration"]["bins"]) == metrics.DEFAULT_N_BINS
     _assert_plain_json(s)
     assert json.loads(json.dumps(s, allow_nan=False)) == s
+
+
+def test_platt_scaling_corrects_a_shifted_base_rate():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0.0, 2.0, 20_000)
+    y = (rng.random(true_logits.size) < 1 / (1 + np.exp(-true_logits))).astype(int)
+    shifted = 0.5 * true_logits + 1.5  # under-confident and biased, like class-weighted training
+    slope, intercept = metrics.fit_platt(shifted, y)
+    assert slope == pytest.approx(2.0, rel=0.1) and intercept == pytest.approx(-3.0, abs=0.3)
+    before = metrics.expected_calibration_error(y, metrics.apply_platt(shifted, 1.0, 0.0))
+    after = metrics.expected_calibration_error(y, metrics.apply_platt(shifted, slope, intercept))
+    assert after < 0.02 < before

@@ -97,7 +97,7 @@ def test_evaluation_card_matches_scikit_learn(smoke_bundle):
     at = level["at_threshold"]
     assert at["tp"] + at["fn"] == labels.sum() and at["tn"] + at["fp"] == len(labels) - labels.sum()
     assert at["sensitivity"] == pytest.approx(at["tp"] / labels.sum())
-    assert card["calibration"]["temperature"] > 0
+    assert card["calibration"]["method"] == "Platt scaling" and np.isfinite(card["calibration"]["slope"])
     json.dumps(card)  # the whole card is plain JSON
 
 
@@ -143,3 +143,19 @@ def test_training_batches_are_augmented_but_in_range(tmp_path):
     assert float(augmented.numpy().min()) >= 0.0 and float(augmented.numpy().max()) <= 255.0
     assert not np.allclose(np.sort(augmented.numpy().ravel()), np.sort(plain.numpy().ravel()))
     assert sorted(labels.numpy().tolist()) == [0.0] * 4 + [1.0] * 4
+
+
+def test_init_weights_carry_over_to_a_larger_input(smoke_bundle, tmp_path):
+    """Progressive resizing: a bundle trained at 32 px initialises training at 48 px."""
+    import keras
+
+    from training.train import load_initial_weights
+
+    _, out = smoke_bundle
+    from core.model import build_model
+
+    model = build_model(48)
+    load_initial_weights(model, str(out))
+    source = keras.saving.load_model(out / "model.keras", compile=False)
+    for a, b in zip(model.get_weights(), source.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

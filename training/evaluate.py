@@ -2,7 +2,7 @@
 
 python -m training.evaluate --bundle DIR --dataset folders --data-dir ../shared/datasets/knee-kl --split val
 
-On the validation split it also fits temperature scaling and chooses the operating threshold
+On the validation split it also fits Platt scaling (calibration) and chooses the operating threshold
 (Youden J, or ``--target-sensitivity``); on other splits it measures at the card's threshold.
 """
 
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--view-position", default=None)
     p.add_argument("--target-sensitivity", type=float, default=None, help="choose the threshold for this sensitivity")
-    p.add_argument("--no-calibration", action="store_true", help="do not fit temperature scaling")
+    p.add_argument("--no-calibration", action="store_true", help="do not fit Platt scaling")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--limit", type=int, default=0, help="at most N images (smoke runs)")
     return p.parse_args(argv)
@@ -103,19 +103,21 @@ def evaluate(args: argparse.Namespace, command: str = "") -> dict:
 
     card = read_card(args.bundle)
     is_validation = args.split == VALIDATION_SPLIT
-    temperature = predictor.temperature_
+    slope, intercept = predictor.calibration_
     if is_validation and not args.no_calibration:
-        raw_ece = metrics.expected_calibration_error(labels, metrics.apply_temperature(logits, 1.0))
-        temperature = metrics.fit_temperature(logits, labels)
+        raw = metrics.apply_platt(logits, 1.0, 0.0)
+        slope, intercept = metrics.fit_platt(logits, labels)
         card["calibration"] = {
-            "method": "temperature scaling",
-            "temperature": temperature,
+            "method": "Platt scaling",
+            "slope": slope,
+            "intercept": intercept,
             "fitted_on": f"{args.dataset}:{args.split}",
-            "ece_before": raw_ece,
-            "ece_after": metrics.expected_calibration_error(labels, metrics.apply_temperature(logits, temperature)),
-            "bins_before": metrics.calibration_bins(labels, metrics.apply_temperature(logits, 1.0)),
+            "ece_before": metrics.expected_calibration_error(labels, raw),
+            "ece_after": metrics.expected_calibration_error(labels, metrics.apply_platt(logits, slope, intercept)),
+            "bins_before": metrics.calibration_bins(labels, raw),
+            "note": "fitted and measured on the same validation split",
         }
-    probs = metrics.apply_temperature(logits, temperature)
+    probs = metrics.apply_platt(logits, slope, intercept)
     if is_validation:
         method = "sensitivity" if args.target_sensitivity else "youden"
         threshold, how = metrics.choose_threshold(
@@ -161,7 +163,9 @@ def format_summary(result: dict, card: dict) -> str:
     lines.append(f"threshold {card['threshold']:.4f} ({card['threshold_method']})")
     if card.get("calibration"):
         c = card["calibration"]
-        lines.append(f"temperature {c['temperature']:.3f}: ECE {c['ece_before']:.3f} → {c['ece_after']:.3f}")
+        lines.append(
+            f"Platt scaling {c['slope']:.3f}·logit{c['intercept']:+.3f}: ECE {c['ece_before']:.3f} → {c['ece_after']:.3f}"
+        )
     return "\n".join(lines)
 
 

@@ -43,7 +43,40 @@ GRAY_PHOTOS = (
     "binary_blobs",
     "shepp_logan_phantom",
 )
-LOREM = ["Patient", "information", "leaflet.", "Take", "one", "tablet", "twice", "daily", "with", "food.", "Do", "not", "exceed", "the", "stated", "dose.", "If", "symptoms", "persist,", "consult", "your", "doctor.", "Keep", "out", "of", "reach", "of", "children.", "Store", "below", "25", "degrees."]
+LOREM = [
+    "Patient",
+    "information",
+    "leaflet.",
+    "Take",
+    "one",
+    "tablet",
+    "twice",
+    "daily",
+    "with",
+    "food.",
+    "Do",
+    "not",
+    "exceed",
+    "the",
+    "stated",
+    "dose.",
+    "If",
+    "symptoms",
+    "persist,",
+    "consult",
+    "your",
+    "doctor.",
+    "Keep",
+    "out",
+    "of",
+    "reach",
+    "of",
+    "children.",
+    "Store",
+    "below",
+    "25",
+    "degrees.",
+]
 
 
 @dataclass(frozen=True)
@@ -113,7 +146,7 @@ def rendered_screenshots(count: int = 6, seed: int = 1) -> Iterator[Item]:
         draw.rectangle((0, 36, 200, 640), fill=(250, 250, 250))
         for i in range(8):
             draw.text((16, 60 + 28 * i), f"Menu item {i}", fill=(30, 30, 30))
-        for i in range(int(rng.integers(3, 7))):
+        for _ in range(int(rng.integers(3, 7))):
             x, y = int(rng.integers(220, 800)), int(rng.integers(60, 520))
             fill = tuple(int(v) for v in rng.integers(0, 255, 3)) if colour else (200, 200, 200)
             draw.rectangle((x, y, x + 180, y + 80), fill=fill, outline=(90, 90, 90))

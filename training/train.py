@@ -46,6 +46,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     view_position: str | None = None
     limit: int = 0
+    init_weights: str | None = None
     name: str = "bonesentinel"
     version: str = "0.1.0"
     verbose: int = 2
@@ -71,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--view-position", default=None, help="ChestX-ray14 only: PA or AP")
     p.add_argument("--limit", type=int, default=0, help="use at most N images per split (smoke runs)")
+    p.add_argument(
+        "--init-weights",
+        default=None,
+        help="start from these weights (a bundle directory or a .weights.h5 file), e.g. to fine-tune at a larger input size",
+    )
     p.add_argument("--name", default="bonesentinel")
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1 if sys.stdout.isatty() else 2)
@@ -105,6 +111,17 @@ def single_body_part(records: list[Record]) -> str | None:
     """The body part of the training data when there is exactly one (the gate warns on others)."""
     parts = {r.body_part for r in records}
     return parts.pop() if len(parts) == 1 else None
+
+
+def load_initial_weights(model, source: str) -> None:
+    """Copy weights from a bundle or a weights file; convolutional weights fit any input size."""
+    import keras
+
+    path = Path(source)
+    if path.is_dir():
+        model.set_weights(keras.saving.load_model(path / "model.keras", compile=False, safe_mode=True).get_weights())
+    else:
+        model.load_weights(str(path))
 
 
 def class_weights(records: list[Record]) -> dict[int, float]:
@@ -166,6 +183,8 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
     strategy = make_strategy(cfg.strategy)
     with strategy.scope():
         model = build_model(cfg.input_size, weights=cfg.weights, dropout=cfg.dropout)
+        if cfg.init_weights:
+            load_initial_weights(model, cfg.init_weights)
 
     best_path = work / "best.weights.h5"
     callbacks = [

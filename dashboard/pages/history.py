@@ -57,6 +57,8 @@ st.dataframe(
         "created_at": st.column_config.DatetimeColumn("Logged (UTC)", format="YYYY-MM-DD HH:mm"),
         "probability": st.column_config.ProgressColumn("Score", min_value=0.0, max_value=1.0, format="%.3f"),
         "threshold": st.column_config.NumberColumn("Threshold", format="%.3f"),
+        "body_part": "Body part",
+        "decision": "Decision",
         "n_images": "Images",
         "n_rejected": "Rejected",
         "n_warned": "Warned",

@@ -42,7 +42,9 @@ st.caption(
 )
 cols = st.columns(6)
 cols[0].metric("AUROC", fmt(level["auroc"]), help="Area under the ROC curve")
-cols[1].metric("95 % CI", f"{fmt(level['auroc_ci'][0])}–{fmt(level['auroc_ci'][1])}", help="Bootstrap")
+cols[1].metric(
+    "AUROC 95 % CI", f"{level['auroc_ci'][0]:.2f}–{level['auroc_ci'][1]:.2f}", help="Bootstrap percentile interval"
+)
 cols[2].metric("Sensitivity", fmt(at["sensitivity"]))
 cols[3].metric("Specificity", fmt(at["specificity"]))
 cols[4].metric("Cohen's κ", fmt(at["kappa"]))
@@ -59,7 +61,10 @@ with roc_col:
         0.01,
     )
     explored = explore_threshold(level["roc"], explore_at)
-    st.plotly_chart(roc_figure(level["roc"], level["auroc"], level["auroc_ci"], at, explored), width="stretch")
+    moved = abs(explored["threshold"] - card["threshold"]) > 0.005  # one marker when they coincide
+    st.plotly_chart(
+        roc_figure(level["roc"], level["auroc"], level["auroc_ci"], at, explored if moved else None), width="stretch"
+    )
     st.caption(
         f"At threshold {explored['threshold']:.3f}: sensitivity {explored['sensitivity']:.3f}, "
         f"specificity {explored['specificity']:.3f} (read from the stored ROC points)."
@@ -78,7 +83,7 @@ with side_col:
             width="stretch",
         )
         st.caption(
-            f"Temperature scaling (T = {calibration['temperature']:.2f}, fitted on {calibration['fitted_on']}): "
+            f"{calibration['method']} (fitted on {calibration['fitted_on']}): "
             f"ECE {calibration['ece_before']:.3f} → {calibration['ece_after']:.3f}."
         )
     else:
@@ -86,7 +91,16 @@ with side_col:
 
 if validation.get("per_body_part"):
     st.subheader("Per body part")
-    st.dataframe(pd.DataFrame(validation["per_body_part"]), hide_index=True, width="stretch")
+    parts = pd.DataFrame(validation["per_body_part"]).rename(
+        columns={
+            "body_part": "Body part",
+            "n": "Images",
+            "n_abnormal": "Abnormal",
+            "auroc": "AUROC",
+            "kappa": "Cohen's κ",
+        }
+    )
+    st.dataframe(parts, hide_index=True, width="stretch")
 
 gate = card.get("gate")
 if gate:
