@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.bundle import Bundle, load_bundle
+from core.bundle import Bundle, load_bundle, sha256_file
 from core.decode import DecodedImage, decode_bytes, decode_file
 from core.errors import ImageRejected
 from core.gate import (
@@ -200,7 +200,7 @@ class Predictor:
             image = decode_file(
                 path, name, max_pixels=self.limits_.max_pixels, max_file_bytes=self.limits_.max_file_bytes
             )
-            data_hash = _sha256_path(path)
+            data_hash = sha256_file(path)
         else:
             image = decode_bytes(
                 data, name, max_pixels=self.limits_.max_pixels, max_file_bytes=self.limits_.max_file_bytes
@@ -287,10 +287,10 @@ class Predictor:
         try:
             return self._pixel_gate(self.prepare(name, data=data, path=path))
         except ImageRejected as err:
-            digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_path_or_empty(path)
+            digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_or_empty(path)
             return ImageScore(name=name, sha256=digest, error=err.reason, gate=GateResult(REJECT, err.reason, {}))
         except Exception as err:  # a decoder bug must not take down the study
-            digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_path_or_empty(path)
+            digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_or_empty(path)
             reason = f"could not be read ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
             return ImageScore(name=name, sha256=digest, error=reason, gate=GateResult(REJECT, reason, {}))
 
@@ -303,16 +303,8 @@ def _as_item(entry) -> tuple[str, bytes | None, str | None]:
     return path.name, None, str(path)
 
 
-def _sha256_path(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sha256_path_or_empty(path: str | None) -> str:
+def _sha256_or_empty(path: str | None) -> str:
     try:
-        return _sha256_path(path) if path else ""
+        return sha256_file(path) if path else ""
     except OSError:
         return ""

@@ -7,6 +7,15 @@ CREDITS = {
         "radiographs from the Osteoarthritis Initiative (OAI)",
         "licence": "CC BY 4.0",
         "label_definition": "abnormal = Kellgren–Lawrence grade ≥ 2 (radiographic osteoarthritis)",
+        "intended_use": "Knee radiographs in posteroanterior view; flags radiographic osteoarthritis "
+        "(Kellgren–Lawrence grade ≥ 2) as abnormal.",
+        "limitations": [
+            "One body part (knee) and one view (posteroanterior); other anatomy or views are outside what it knows.",
+            "Images come from one cohort (the Osteoarthritis Initiative), pre-cropped to the joint at 224×224; "
+            "whole-leg or differently framed radiographs behave differently.",
+            "Detects osteoarthritis only: fractures, tumours, implants and other abnormalities are not what it was trained on.",
+            "KL grade 1 ('doubtful') vs 2 is a hard, observer-dependent boundary; errors concentrate there.",
+        ],
     },
     "mura": {
         "name": "MURA v1.1 (musculoskeletal radiographs)",

@@ -124,6 +124,19 @@ def load_initial_weights(model, source: str) -> None:
         model.load_weights(str(path))
 
 
+def initial_provenance(source: str | None) -> dict | None:
+    """How the starting weights were made, so that a multi-stage model stays reproducible."""
+    if not source:
+        return None
+    path = Path(source)
+    if path.is_dir() and (path / "card.json").is_file():
+        from core.bundle import read_card
+
+        earlier = read_card(path)
+        return {"bundle": path.name, "sha256": earlier["sha256"], "training": earlier.get("training")}
+    return {"weights_file": path.name}
+
+
 def class_weights(records: list[Record]) -> dict[int, float]:
     n = len(records)
     positives = sum(r.label for r in records)
@@ -224,6 +237,10 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
     best_epoch = int(max(range(len(val_auc)), key=val_auc.__getitem__)) + 1 if val_auc else 0
     command = "python -m training.train " + shlex.join(argv if argv is not None else sys.argv[1:])
     credit = credit_for(cfg.dataset, cfg.preset)
+    use = credit.pop("intended_use", "")
+    data_limitations = credit.pop(
+        "limitations", [f"Trained only on {credit['name']}; other data may behave differently."]
+    )
     card = new_card(
         name=cfg.name,
         version=cfg.version,
@@ -240,8 +257,17 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
                 "val_patients": len({r.patient_id for r in val_rows}),
             },
         },
-        intended_use=INTENDED_USE,
-        limitations=[f"Trained only on {credit['name']}; other data may behave differently."],
+        intended_use=" ".join(filter(None, [INTENDED_USE, use])),
+        limitations=[
+            *data_limitations,
+            *(
+                ["Trained from scratch (no pretrained weights) on a few thousand images at a reduced input size."]
+                if not cfg.weights
+                else []
+            ),
+            "Validation metrics come from the validation split that also chose the threshold and calibration; "
+            "expect somewhat lower figures on new data.",
+        ],
         extra={
             "training": {
                 "command": command,
@@ -251,6 +277,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
                 "best_val_auroc_keras": round(max(val_auc), 4) if val_auc else None,
                 "minutes": round(minutes, 1),
                 "config": {k: v for k, v in vars(cfg).items() if k not in ("out", "data_dir", "verbose")},
+                "initialised_from": initial_provenance(cfg.init_weights),
             }
         },
     )
