@@ -182,6 +182,11 @@ class Predictor:
         slope, intercept = self.calibration_
         return sigmoid(slope * np.asarray(logits) + intercept)
 
+    def logits_and_embeddings(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw logits and penultimate-layer embeddings from one forward pass."""
+        logits, pooled, _ = self._run(inputs, explain=False)
+        return logits, pooled
+
     def embed(self, inputs: np.ndarray) -> np.ndarray:
         """Penultimate-layer embeddings (global average pool), used by the novelty gate."""
         return self._run(inputs, explain=False)[1]

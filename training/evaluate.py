@@ -48,7 +48,7 @@ def score_records(predictor, records: Sequence[Record]) -> tuple[np.ndarray, np.
     logits, embeddings = [], []
     for start in range(0, len(records), EVAL_BATCH):
         chunk = stack_inputs(records[start : start + EVAL_BATCH], predictor.input_size_)
-        logit, pooled, _ = predictor._run(chunk, explain=False)
+        logit, pooled = predictor.logits_and_embeddings(chunk)
         logits.append(logit)
         embeddings.append(pooled)
     return np.concatenate(logits), np.concatenate(embeddings)
