@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         "other-anatomy radiographs from pydicom-data",
     }
     card["gate"]["summary"] = summarize_card_gate(card["gate"])
+    n = measured["non_radiograph_n"]
+    rejected = round(measured["non_radiograph_reject_rate"] * n)
+    card["limitations"] = [line for line in card["limitations"] if not line.startswith("The input gate")] + [
+        f"The input gate rejected {rejected} of {n} package-built non-radiographs in its check ({rejected / max(1, n):.0%}); "
+        "some grayscale photographs still pass as radiographs, so the gate is a safeguard, not a guarantee."
+    ]
     write_card(args.bundle, card)
     print(card["gate"]["summary"])
     print({k: v for k, v in measured.items() if k != "other_anatomy"}, other_status)

@@ -120,4 +120,7 @@ st.markdown("\n".join(f"- {item}" for item in card["limitations"]))
 training = card.get("training") or {}
 if training.get("command"):
     st.subheader("Reproduce")
-    st.code(training["command"] + "\n" + validation.get("command", ""), language="bash")
+    earlier = ((training.get("initialised_from") or {}).get("training") or {}).get("command")
+    steps = [earlier, training["command"], validation.get("command")]
+    st.code("\n".join(step for step in steps if step), language="bash")
+    st.caption("Then `python -m training.gate` fits the input gate; `make model` runs every step.")
