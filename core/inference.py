@@ -57,6 +57,7 @@ class Prepared:
     box: Box
     sha256: str
     signals: dict[str, float] | None = None  # the gate's pixel statistics
+    features: np.ndarray | None = field(default=None, repr=False)  # the gate's radiograph features
 
 
 @dataclass(frozen=True)
@@ -270,16 +271,15 @@ class Predictor:
             return ImageScore(
                 name=prep.image.name, sha256=prep.sha256, error=verdict.reason, image=prep.image, gate=verdict
             )
-        return Prepared(prep.image, prep.model_input, prep.box, prep.sha256, signals)
+        features = radiograph_features(prep.image.pixels, prep.image.meta.colourfulness) if self.gate_ else None
+        return Prepared(prep.image, prep.model_input, prep.box, prep.sha256, signals, features)
 
     def _novelty_gate(self, prep: Prepared, embedding: np.ndarray) -> GateResult:
         signals = prep.signals or {}
         if self.gate_ is None:
             verdict = GateResult("ok", "", signals)
         else:
-            score = float(
-                self.gate_.radiograph_score(radiograph_features(prep.image.pixels, prep.image.meta.colourfulness))[0]
-            )
+            score = float(self.gate_.radiograph_score(prep.features)[0])
             meta = prep.image.meta
             declared = meta.source_format == "DICOM" and (meta.modality or "").upper() in RADIOGRAPH_MODALITIES
             verdict = self.gate_.verdict(score, float(self.gate_.novelty(embedding)[0]), signals, declared)
