@@ -142,10 +142,8 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_file(
-    path: str | Path, name: str | None = None, *, max_pixels: int = MAX_PIXELS, max_file_bytes: int = MAX_FILE_BYTES
-) -> DecodedImage:
-    """Read and decode one file from disk; an oversized file is refused before it is read."""
+def read_file(path: str | Path, name: str | None = None, *, max_file_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """A file's bytes; an unreadable or oversized file is refused (ImageRejected) before it is read."""
     path = Path(path)
     label = name or path.name
     try:
@@ -155,9 +153,17 @@ def decode_file(
     if size > max_file_bytes:
         raise ImageRejected(label, f"file is {size / 2**20:.0f} MB, above the {max_file_bytes / 2**20:.0f} MB limit")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as err:
         raise ImageRejected(label, f"cannot be read ({err.strerror or err})") from None
+
+
+def decode_file(
+    path: str | Path, name: str | None = None, *, max_pixels: int = MAX_PIXELS, max_file_bytes: int = MAX_FILE_BYTES
+) -> DecodedImage:
+    """Read and decode one file from disk."""
+    label = name or Path(path).name
+    data = read_file(path, label, max_file_bytes=max_file_bytes)
     return decode_bytes(data, label, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.bundle import Bundle, load_bundle, sha256_file
-from core.decode import DecodedImage, decode_bytes, decode_file
+from core.decode import DecodedImage, decode_bytes, read_file
 from core.errors import ImageRejected
 from core.gate import (
     RADIOGRAPH_MODALITIES,
@@ -203,15 +203,9 @@ class Predictor:
         if data is None:
             if path is None:
                 raise ValueError("prepare() needs data or path")
-            image = decode_file(
-                path, name, max_pixels=self.limits_.max_pixels, max_file_bytes=self.limits_.max_file_bytes
-            )
-            data_hash = sha256_file(path)
-        else:
-            image = decode_bytes(
-                data, name, max_pixels=self.limits_.max_pixels, max_file_bytes=self.limits_.max_file_bytes
-            )
-            data_hash = hashlib.sha256(data).hexdigest()
+            data = read_file(path, name, max_file_bytes=self.limits_.max_file_bytes)  # read once: decode and hash
+        image = decode_bytes(data, name, max_pixels=self.limits_.max_pixels, max_file_bytes=self.limits_.max_file_bytes)
+        data_hash = hashlib.sha256(data).hexdigest()
         canvas, box = letterbox(image.pixels, self.input_size_)
         return Prepared(image=image, model_input=to_model_input(canvas), box=box, sha256=data_hash)
 
