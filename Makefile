@@ -54,6 +54,7 @@ model: install-dev
 	$(BIN)/python -m training.train $(KNEE_ARGS) --out runs/knee-oa-160 --input-size 160 --epochs 12 --batch-size 32 \
 	  --lr 1e-3 --warmup-epochs 0 --patience 12 --seed 7 --init-weights runs/knee-oa --name bonesentinel-knee-oa --version 1.0.0
 	$(BIN)/python -m training.evaluate --bundle runs/knee-oa-160 $(KNEE_ARGS) --split val
-	$(BIN)/python -m training.gate --bundle runs/knee-oa-160 $(KNEE_ARGS)
+	$(BIN)/python -m pip download --quiet --no-deps scipy==1.9.3 matplotlib mahotas -d runs/wheels
+	$(BIN)/python -m training.gate --bundle runs/knee-oa-160 $(KNEE_ARGS) --wheel-dir runs/wheels
 	rm -rf core/bundled/knee-oa && mkdir -p core/bundled/knee-oa
 	cp runs/knee-oa-160/model.keras runs/knee-oa-160/card.json runs/knee-oa-160/gate.npz core/bundled/knee-oa/

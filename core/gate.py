@@ -5,19 +5,21 @@ forward pass:
 
 - ``reject`` — not a radiograph: colour photographs and screenshots (saturation), blank or
   near-constant images (contrast), noise (no spatial correlation), documents and flat
-  graphics (one intensity dominates), or a low learned radiograph score.
+  graphics (one intensity dominates), or a low radiograph score from a small CNN trained to
+  tell the training radiographs from photographs, pages and screenshots.
 - ``warn`` — a radiograph unlike the training data (another body part, an unusual view): a
   middling radiograph score, a DICOM body part other than the training data's, or an
   embedding far (Mahalanobis, PCA subspace) from the training embeddings.
 - ``ok`` — everything else.
 
-The pixel rules are fixed, named constants; the radiograph score, the novelty model and
-their thresholds are fitted per bundle (``training.gate``) and stored in ``gate.npz`` + card.
+The pixel rules are fixed, named constants; the radiograph network, the novelty model and
+their thresholds are fitted per bundle (``training.gate``) and stored in ``gate.npz`` + card
+(plain arrays: loading a gate never unpickles or runs code).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ MIN_CONTRAST = 0.03  # std of intensities in [0, 1]
 MIN_NEIGHBOUR_CORRELATION = 0.5  # radiographs are smooth; noise is not
 MAX_DOMINANT_FRACTION = 0.5  # share of pixels in the single most common of 64 intensity bins
 HISTOGRAM_BINS = 64
+GATE_SIDE = 64  # the gate network sees the whole image at this size
+NETWORK_WIDTHS = (16, 32, 48, 64)
 # DICOM modalities that declare a projection radiograph: such a header outweighs a low
 # radiograph score (which was fitted on one body part), so those images are warned, not rejected.
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "RG", "DR"})
@@ -93,52 +97,74 @@ def pixel_verdict(signals: dict[str, float]) -> GateResult:
     return GateResult(REJECT, reason, signals)
 
 
-def radiograph_features(pixels: np.ndarray, colourfulness: float = 0.0) -> np.ndarray:
-    """Intensity histogram, spatial correlation at 4 lags and gradient statistics (31 values)."""
-    view = _analysis_view(pixels)
-    histogram, _ = np.histogram(view, bins=16, range=(0.0, 1.0))
-    features = [*(histogram / view.size), view.mean(), view.std(), colourfulness]
-    for lag in (1, 2, 4, 8):
-        correlation = 0.0
-        if view.shape[1] > lag:
-            a, b = view[:, :-lag].ravel(), view[:, lag:].ravel()
-            if a.std() > 0 and b.std() > 0:
-                correlation = float(np.corrcoef(a, b)[0, 1])
-        features.append(correlation)
-    gradients = np.concatenate([np.abs(np.diff(view, axis=1)).ravel(), np.abs(np.diff(view, axis=0)).ravel()])
-    if gradients.size == 0:
-        gradients = np.zeros(1)
-    counts, _ = np.histogram(gradients, bins=GRADIENT_EDGES)
-    features += [*(counts / gradients.size), float((gradients == 0).mean())]
-    return np.nan_to_num(np.asarray(features, dtype=np.float64))
+def gate_thumbnail(pixels: np.ndarray, side: int = GATE_SIDE) -> np.ndarray:
+    """The gate network's input: the whole image, aspect kept, centred on a black square."""
+    image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
+    scale = side / max(image.size)
+    size = (max(1, min(side, round(image.width * scale))), max(1, min(side, round(image.height * scale))))
+    canvas = np.zeros((side, side), np.float32)
+    left, top = (side - size[0]) // 2, (side - size[1]) // 2
+    canvas[top : top + size[1], left : left + size[0]] = np.asarray(image.resize(size, Image.Resampling.BOX))
+    return np.clip(canvas, 0.0, 1.0)
 
 
-GRADIENT_EDGES = (0.0, 0.002, 0.01, 0.03, 0.06, 0.1, 0.2, 1.01)
+def build_gate_network(side: int = GATE_SIDE):
+    """A small CNN giving the logit that a thumbnail is a radiograph like the training data."""
+    import keras
+
+    x = inputs = keras.Input((side, side, 1), name="thumbnail")
+    for i, width in enumerate(NETWORK_WIDTHS):
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+        x = keras.layers.MaxPooling2D(name=f"pool{i}")(x)
+    x = keras.layers.Concatenate(name="pooled")(
+        [keras.layers.GlobalAveragePooling2D(name="mean")(x), keras.layers.GlobalMaxPooling2D(name="max")(x)]
+    )
+    x = keras.layers.Dropout(0.3, name="dropout")(x)
+    return keras.Model(inputs, keras.layers.Dense(1, name="radiograph_logit")(x), name="gate_network")
 
 
-@dataclass(frozen=True)
+def _compile_network(weights: tuple[np.ndarray, ...]):
+    import tensorflow as tf
+
+    network = build_gate_network()
+    network.set_weights(list(weights))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, GATE_SIDE, GATE_SIDE, 1], tf.float32)])
+    def forward(x):
+        return network(x, training=False)[:, 0]
+
+    return forward
+
+
+@dataclass(frozen=True, eq=False)
 class FittedGate:
     """The per-bundle part of the gate, fitted by ``training.gate``.
 
-    A logistic "radiograph-ness" score on :func:`radiograph_features` (reject below
-    ``reject_below_``, warn below ``ok_above_``), and a Mahalanobis novelty of the model's
-    embedding in a PCA subspace of the training embeddings (warn above ``warn_novelty_``).
+    A small CNN's radiograph score on :func:`gate_thumbnail` (reject below ``reject_below_``,
+    warn below ``ok_above_``), and a Mahalanobis novelty of the model's embedding in a PCA
+    subspace of the training embeddings (warn above ``warn_novelty_``).
     """
 
-    feature_mean_: np.ndarray
-    feature_scale_: np.ndarray
-    coef_: np.ndarray
-    intercept_: float
+    network_weights_: tuple[np.ndarray, ...]
     ok_above_: float
     reject_below_: float
     mean_: np.ndarray
     components_: np.ndarray
     scales_: np.ndarray
     warn_novelty_: float
+    _forward: Any = field(default=None, init=False, repr=False)
 
-    def radiograph_score(self, features: np.ndarray) -> np.ndarray:
-        z = (np.atleast_2d(features) - self.feature_mean_) / self.feature_scale_
-        return 1.0 / (1.0 + np.exp(-(z @ self.coef_ + self.intercept_)))
+    def __post_init__(self) -> None:
+        # Compiled once at load: the predictor is shared between threads and sessions.
+        object.__setattr__(self, "_forward", _compile_network(self.network_weights_))
+
+    def radiograph_score(self, thumbnails: np.ndarray) -> np.ndarray:
+        """Probability that each (side, side) thumbnail is a radiograph like the training data."""
+        x = np.asarray(thumbnails, dtype=np.float32).reshape(-1, GATE_SIDE, GATE_SIDE, 1)
+        logits = self._forward(x).numpy().astype(np.float64) if len(x) else np.zeros(0)
+        return 1.0 / (1.0 + np.exp(-logits))
 
     def novelty(self, embeddings: np.ndarray) -> np.ndarray:
         """Mahalanobis distance in the PCA subspace, divided by sqrt(K) so typical values are ~1."""
@@ -151,11 +177,11 @@ class FittedGate:
         """``declared_radiograph``: a DICOM header names a radiography modality (CR, DX)."""
         signals = {**signals, "radiograph_score": float(score), "novelty": float(novelty)}
         if score < self.reject_below_ and not declared_radiograph:
-            return GateResult(REJECT, f"does not look like a radiograph (radiograph score {score:.2f})", signals)
+            return GateResult(REJECT, f"does not look like a radiograph (radiograph score {score:.3f})", signals)
         if score < self.ok_above_:
             return GateResult(
                 WARN,
-                f"a radiograph unlike the model's training images (radiograph score {score:.2f}): "
+                f"a radiograph unlike the model's training images (radiograph score {score:.3f}): "
                 "another body part or view? Interpret with caution",
                 signals,
             )
@@ -171,24 +197,22 @@ class FittedGate:
     def save(self, path: str | Path) -> None:
         np.savez(
             path,
-            feature_mean=self.feature_mean_,
-            feature_scale=self.feature_scale_,
-            coef=self.coef_,
-            scalars=np.array([self.intercept_, self.ok_above_, self.reject_below_, self.warn_novelty_]),
+            scalars=np.array([self.ok_above_, self.reject_below_, self.warn_novelty_]),
             mean=self.mean_.astype(np.float32),
             components=self.components_.astype(np.float32),
             scales=self.scales_.astype(np.float32),
+            **{f"network_{i:03d}": w for i, w in enumerate(self.network_weights_)},
         )
 
     @classmethod
     def load(cls, path: str | Path) -> FittedGate:
         with np.load(path, allow_pickle=False) as data:  # no pickles: a bundle never runs code
-            intercept, ok_above, reject_below, warn_novelty = data["scalars"].tolist()
+            weights = tuple(data[key] for key in sorted(k for k in data.files if k.startswith("network_")))
+            if not weights:
+                raise ValueError("no gate network in it (an older gate format): refit with python -m training.gate")
+            ok_above, reject_below, warn_novelty = data["scalars"].tolist()
             return cls(
-                data["feature_mean"],
-                data["feature_scale"],
-                data["coef"],
-                intercept,
+                weights,
                 ok_above,
                 reject_below,
                 data["mean"].astype(np.float64),
@@ -210,14 +234,18 @@ def summarize_card_gate(gate: dict[str, Any]) -> str:
     m = gate.get("measured", {})
     parts = [
         "Every image is checked before it is scored: colour, blank, noise and document-like images, and images "
-        f"whose radiograph score is below {gate['reject_below']:.2f}, are rejected; radiographs unlike the training "
-        f"data (score below {gate['ok_above']:.2f}, novelty above {gate['warn_novelty']:.2f}, or a DICOM body part "
-        "other than the training data's) are scored with a warning."
+        "whose radiograph score (a small convolutional network trained to tell the training radiographs from "
+        f"photographs, pages and screenshots) is below {gate['reject_below']:.3f}, are rejected. A DICOM whose "
+        "header declares a radiograph (CR, DX) is warned instead of rejected, as are radiographs unlike the "
+        f"training data (novelty above {gate['warn_novelty']:.2f}, or a DICOM body part other than the training "
+        "data's): they are scored, with a warning."
     ]
     if m:
         parts.append(
             f"Measured: {m.get('val_ok_rate', float('nan')):.1%} of validation radiographs pass as ok; "
-            f"{m.get('non_radiograph_reject_rate', float('nan')):.1%} of {m.get('non_radiograph_n', 0)} non-radiographs rejected; "
-            f"{m.get('other_anatomy_warned_or_rejected', 0)} of {m.get('other_anatomy_n', 0)} other-anatomy radiographs flagged."
+            f"{m.get('non_radiograph_reject_rate', float('nan')):.1%} of {m.get('non_radiograph_n', 0)} "
+            "non-radiographs rejected (each judged by a gate fitted without any image of its source); "
+            f"{m.get('other_anatomy_warned_or_rejected', 0)} of {m.get('other_anatomy_n', 0)} other-anatomy "
+            "radiographs flagged."
         )
     return " ".join(parts)

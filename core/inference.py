@@ -19,13 +19,14 @@ from core.bundle import Bundle, load_bundle, sha256_file
 from core.decode import DecodedImage, decode_bytes, read_file
 from core.errors import ImageRejected
 from core.gate import (
+    GATE_SIDE,
     RADIOGRAPH_MODALITIES,
     REJECT,
     GateResult,
     body_part_warning,
+    gate_thumbnail,
     pixel_signals,
     pixel_verdict,
-    radiograph_features,
 )
 from core.limits import DEFAULT_LIMITS, Limits, enforce_study
 from core.model import FEATURE_LAYER, LOGIT_LAYER, POOL_LAYER
@@ -57,7 +58,7 @@ class Prepared:
     box: Box
     sha256: str
     signals: dict[str, float] | None = None  # the gate's pixel statistics
-    features: np.ndarray | None = field(default=None, repr=False)  # the gate's radiograph features
+    thumbnail: np.ndarray | None = field(default=None, repr=False)  # the gate network's input
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,8 @@ class Predictor:
         blank = np.zeros((1, self.input_size_, self.input_size_, 3), np.float32)
         self._score(blank)
         self._score_and_explain(blank)
+        if self.gate_ is not None:
+            self.gate_.radiograph_score(np.zeros((1, GATE_SIDE, GATE_SIDE), np.float32))
 
     # -- array API ---------------------------------------------------------------------
     def _run(self, inputs: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -235,8 +238,9 @@ class Predictor:
                     batch = np.stack([prep.model_input for _, prep in ok])
                     logits, pooled, cams = self._run(batch, explain)
                     probs = self.probability(logits)
+                    radiograph = self._radiograph_scores([prep for _, prep in ok])
                     for k, (i, prep) in enumerate(ok):
-                        gate = self._novelty_gate(prep, pooled[k])
+                        gate = self._novelty_gate(prep, pooled[k], None if radiograph is None else float(radiograph[k]))
                         rejected = gate.status == REJECT
                         results[i] = ImageScore(
                             name=prep.image.name,
@@ -265,15 +269,19 @@ class Predictor:
             return ImageScore(
                 name=prep.image.name, sha256=prep.sha256, error=verdict.reason, image=prep.image, gate=verdict
             )
-        features = radiograph_features(prep.image.pixels, prep.image.meta.colourfulness) if self.gate_ else None
-        return Prepared(prep.image, prep.model_input, prep.box, prep.sha256, signals, features)
+        thumbnail = gate_thumbnail(prep.image.pixels) if self.gate_ else None
+        return Prepared(prep.image, prep.model_input, prep.box, prep.sha256, signals, thumbnail)
 
-    def _novelty_gate(self, prep: Prepared, embedding: np.ndarray) -> GateResult:
-        signals = prep.signals or {}
+    def _radiograph_scores(self, preps: list[Prepared]) -> np.ndarray | None:
         if self.gate_ is None:
+            return None
+        return self.gate_.radiograph_score(np.stack([prep.thumbnail for prep in preps]))
+
+    def _novelty_gate(self, prep: Prepared, embedding: np.ndarray, score: float | None) -> GateResult:
+        signals = prep.signals or {}
+        if self.gate_ is None or score is None:
             verdict = GateResult("ok", "", signals)
         else:
-            score = float(self.gate_.radiograph_score(prep.features)[0])
             meta = prep.image.meta
             declared = meta.source_format == "DICOM" and (meta.modality or "").upper() in RADIOGRAPH_MODALITIES
             verdict = self.gate_.verdict(score, float(self.gate_.novelty(embedding)[0]), signals, declared)

@@ -104,3 +104,21 @@ def test_model_page_reflects_card(app_env, evaluated_bundle):
     assert metric(at, "Sensitivity") == f"{level['at_threshold']['sensitivity']:.3f}"
     assert any(card["training_data"]["name"] in m.value for m in at.markdown)
     assert any("not a medical device" in w.value.lower() or "tests only" in w.value for w in at.warning)
+
+
+def test_model_page_shows_the_shipped_gate_as_measured(tmp_path, monkeypatch):
+    from core.bundle import DEFAULT_BUNDLE_DIR
+
+    if not (DEFAULT_BUNDLE_DIR / "card.json").is_file():
+        pytest.skip(f"no bundled model at {DEFAULT_BUNDLE_DIR}")
+    monkeypatch.delenv("BONESENTINEL_BUNDLE", raising=False)
+    monkeypatch.setenv("BONESENTINEL_DATA_DIR", str(tmp_path / "var"))
+    st.cache_resource.clear()
+    measured = read_card(DEFAULT_BUNDLE_DIR)["gate"]["measured"]
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.switch_page("pages/model.py").run()
+    assert not at.exception
+    assert metric(at, "Validation radiographs passed") == f"{measured['val_ok_rate']:.1%}"
+    assert metric(at, "Non-radiographs rejected") == f"{measured['non_radiograph_reject_rate']:.1%}"
+    assert any("cross-validated" in m.value or "without any image of its source" in m.value for m in at.markdown)
+    st.cache_resource.clear()

@@ -13,7 +13,19 @@ from PIL import Image, ImageDraw
 from core.bundle import load_bundle, read_card
 from core.decode import decode_bytes
 from core.errors import BundleError
-from core.gate import GATE_FILE, OK, REJECT, WARN, FittedGate, body_part_warning, pixel_signals, pixel_verdict
+from core.gate import (
+    GATE_FILE,
+    GATE_SIDE,
+    OK,
+    REJECT,
+    WARN,
+    FittedGate,
+    body_part_warning,
+    build_gate_network,
+    gate_thumbnail,
+    pixel_signals,
+    pixel_verdict,
+)
 from tests.conftest import png_bytes, synthetic_radiograph
 
 
@@ -62,19 +74,12 @@ def test_text_page_is_rejected():
 
 
 def _gate(ok_above=0.5, reject_below=0.5, warn_novelty=2.0) -> FittedGate:
+    import keras
+
+    keras.utils.set_random_seed(0)
     d = 4
-    return FittedGate(
-        np.zeros(31),
-        np.ones(31),
-        np.zeros(31),
-        0.0,
-        ok_above,
-        reject_below,
-        np.zeros(d),
-        np.eye(d),
-        np.ones(d),
-        warn_novelty,
-    )
+    weights = tuple(build_gate_network().get_weights())
+    return FittedGate(weights, ok_above, reject_below, np.zeros(d), np.eye(d), np.ones(d), warn_novelty)
 
 
 def test_fitted_gate_tiers_and_declared_radiographs():
@@ -92,6 +97,21 @@ def test_gate_round_trips_through_npz(tmp_path):
     gate.save(tmp_path / GATE_FILE)
     loaded = FittedGate.load(tmp_path / GATE_FILE)
     assert (loaded.ok_above_, loaded.reject_below_, loaded.warn_novelty_) == (0.5, 0.5, 2.0)
+    thumbnails = np.random.default_rng(0).random((3, GATE_SIDE, GATE_SIDE)).astype(np.float32)
+    scores = loaded.radiograph_score(thumbnails)
+    np.testing.assert_allclose(scores, gate.radiograph_score(thumbnails), rtol=1e-5)
+    assert scores.shape == (3,) and np.all((scores > 0) & (scores < 1))
+
+
+def test_gate_thumbnail_keeps_the_whole_image_centred():
+    wide = np.ones((50, 200), np.float32)
+    thumb = gate_thumbnail(wide)
+    assert thumb.shape == (GATE_SIDE, GATE_SIDE) and thumb.dtype == np.float32
+    rows = np.flatnonzero(thumb.max(axis=1) > 0.5)
+    assert thumb[:, 0].max() == 1.0 and rows.min() > 0 and rows.max() < GATE_SIDE - 1  # letterboxed, not cropped
+    assert abs((rows.min() + rows.max()) / 2 - (GATE_SIDE - 1) / 2) <= 1
+    tiny = gate_thumbnail(np.full((5, 5), 0.5, np.float32))
+    assert tiny.max() == pytest.approx(0.5)
 
 
 def test_body_part_warning():
@@ -116,7 +136,10 @@ def gated_bundle(tiny_bundle, tmp_path_factory):
     bundle = tmp_path_factory.mktemp("gated") / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     assert (
-        gate_main(["--bundle", str(bundle), "--dataset", "folders", "--data-dir", str(root), "--train-limit", "16"])
+        gate_main(
+            ["--bundle", str(bundle), "--dataset", "folders", "--data-dir", str(root), "--train-limit", "16"]
+            + ["--epochs", "1", "--samples", "32", "--folds", "2"]
+        )
         == 0
     )
     return bundle
@@ -129,6 +152,10 @@ def test_fitted_gate_is_in_the_card_and_measured(gated_bundle):
     measured = gate["measured"]
     assert measured["val_n"] == 16 and 0 <= measured["val_ok_rate"] <= 1
     assert measured["non_radiograph_n"] > 20 and 0 <= measured["non_radiograph_reject_rate"] <= 1
+    assert measured["non_radiograph_missed_n"] == round(
+        (1 - measured["non_radiograph_reject_rate"]) * measured["non_radiograph_n"]
+    )
+    assert gate["network"]["epochs"] == 1 and "2-fold" in measured["non_radiograph_reject_rate_method"]
     assert card["training_data"]["body_part"] == "KNEE"
     assert load_bundle(gated_bundle).gate is not None
 

@@ -62,3 +62,49 @@ def test_cli_scores_a_real_knee_with_the_default_model(knee_files):
     assert status == 0
     assert document["model"]["name"] == read_card(DEFAULT_BUNDLE_DIR)["name"]
     assert all(img["gate"]["status"] in ("ok", "warn") for img in document["images"])
+
+
+@pytest.fixture(scope="module")
+def shipped_predictor():
+    from core.inference import Predictor
+
+    return Predictor.from_bundle_dir(warm=False)
+
+
+def _statuses(predictor, files):
+    from training.gate import statuses
+
+    return statuses(predictor, files)
+
+
+def test_shipped_gate_rejects_the_package_non_radiographs(shipped_predictor):
+    """In-sample for the shipped gate (the card's held-out figure is cross-validated by source)."""
+    from training.nonradiographs import non_radiographs
+
+    items = non_radiographs()
+    got = _statuses(shipped_predictor, [(f"{i.source}.png", i.png) for i in items])
+    missed = [i.source for i, s in zip(items, got, strict=True) if s != "reject"]
+    assert len(missed) <= 0.01 * len(items), missed
+    grays = [i for i in items if i.kind == "gray-photo"]
+    assert _statuses(shipped_predictor, [(f"{i.source}.png", i.png) for i in grays]).count("reject") >= 0.99 * len(
+        grays
+    )
+
+
+def test_shipped_gate_warns_other_anatomy_dicoms(shipped_predictor, dicom_dir):
+    from training.gate import other_anatomy_files
+
+    files = other_anatomy_files()
+    assert files, "pydicom-data holds the chest and tibia radiographs"
+    assert set(_statuses(shipped_predictor, files)) == {"warn"}
+
+
+@pytest.mark.slow
+def test_shipped_gate_reproduces_its_validation_ok_rate(shipped_predictor, knee_dir):
+    """All 826 real validation radiographs through the real path: the card's ok share, exactly."""
+    paths = sorted((knee_dir / "val").glob("*/*.png"))
+    got = _statuses(shipped_predictor, [(p.name, p.read_bytes()) for p in paths])
+    measured = read_card(DEFAULT_BUNDLE_DIR)["gate"]["measured"]
+    assert len(paths) == measured["val_n"]
+    assert got.count("ok") / len(got) == pytest.approx(measured["val_ok_rate"], abs=1.5 / len(got))
+    assert got.count("ok") / len(got) >= 0.99

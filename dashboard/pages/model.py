@@ -105,6 +105,19 @@ if validation.get("per_body_part"):
 gate = card.get("gate")
 if gate:
     st.subheader("Input gate")
+    measured = gate.get("measured") or {}
+    if measured:
+        ok_col, reject_col, other_col = st.columns(3)
+        ok_col.metric("Validation radiographs passed", f"{measured['val_ok_rate']:.1%}", help="Share scored as ok")
+        reject_col.metric(
+            "Non-radiographs rejected",
+            f"{measured['non_radiograph_reject_rate']:.1%}",
+            help=measured.get("non_radiograph_reject_rate_method"),
+        )
+        other_col.metric(
+            "Other-anatomy radiographs flagged",
+            f"{measured['other_anatomy_warned_or_rejected']} of {measured['other_anatomy_n']}",
+        )
     st.markdown(gate.get("summary", ""))
 
 data = card["training_data"]
