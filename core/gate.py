@@ -51,14 +51,19 @@ class GateResult:
         return {"status": self.status, "reason": self.reason}
 
 
-def _analysis_view(pixels: np.ndarray) -> np.ndarray:
+def shrink(pixels: np.ndarray, side: int) -> np.ndarray:
+    """The image averaged down so that its longer side is at most ``side`` (float32)."""
     image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
-    scale = ANALYSIS_SIDE / max(image.size)
+    scale = side / max(image.size)
     if scale < 1:
         image = image.resize(
             (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BOX
         )
-    return np.asarray(image, dtype=np.float64)
+    return np.asarray(image, dtype=np.float32)
+
+
+def _analysis_view(pixels: np.ndarray) -> np.ndarray:
+    return shrink(pixels, ANALYSIS_SIDE).astype(np.float64)
 
 
 def pixel_signals(pixels: np.ndarray, colourfulness: float) -> dict[str, float]:

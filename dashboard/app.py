@@ -8,10 +8,10 @@ from dashboard import resources
 st.set_page_config(page_title="BoneSentinel", page_icon=":material/radiology:", layout="wide")
 
 PAGES = [
-    st.Page("pages/analyze.py", title="Analyze", icon=":material/biotech:", url_path="analyze", default=True),
-    st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
-    st.Page("pages/study.py", title="Study", icon=":material/folder_open:", url_path="study"),
-    st.Page("pages/model.py", title="Model", icon=":material/monitoring:", url_path="model"),
+    st.Page("views/analyze.py", title="Analyze", icon=":material/biotech:", url_path="analyze", default=True),
+    st.Page("views/history.py", title="History", icon=":material/history:", url_path="history"),
+    st.Page("views/study.py", title="Study", icon=":material/folder_open:", url_path="study"),
+    st.Page("views/model.py", title="Model", icon=":material/monitoring:", url_path="model"),
 ]
 page = st.navigation(PAGES)
 

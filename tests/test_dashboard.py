@@ -71,14 +71,14 @@ def test_history_lists_and_study_reopens_and_reviews(app_env):
     assert not at.exception
     score = metric(at, "Study score")
 
-    at.switch_page("pages/history.py").run()
+    at.switch_page("views/history.py").run()
     assert not at.exception
     assert metric(at, "Studies") == "1"
     table = at.dataframe[0].value
     assert list(table["id"]) == [1] and f"{table['probability'][0]:.3f}" == score
 
     at.query_params["id"] = "1"
-    at.switch_page("pages/study.py").run()
+    at.switch_page("views/study.py").run()
     assert not at.exception
     assert metric(at, "Study score") == score
     assert metric(at, "Images scored") == "2 of 2"
@@ -90,14 +90,14 @@ def test_history_lists_and_study_reopens_and_reviews(app_env):
     assert not at.exception
     assert any("**AB**" in m.value for m in at.markdown)
 
-    at.switch_page("pages/history.py").run()
+    at.switch_page("views/history.py").run()
     assert metric(at, "Reviewed") == "1"
 
 
 def test_model_page_reflects_card(app_env, evaluated_bundle):
     card = read_card(evaluated_bundle)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.switch_page("pages/model.py").run()
+    at.switch_page("views/model.py").run()
     assert not at.exception
     level = card["validation"]["image_level"]
     assert metric(at, "AUROC") == f"{level['auroc']:.3f}"
@@ -116,7 +116,7 @@ def test_model_page_shows_the_shipped_gate_as_measured(tmp_path, monkeypatch):
     st.cache_resource.clear()
     measured = read_card(DEFAULT_BUNDLE_DIR)["gate"]["measured"]
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.switch_page("pages/model.py").run()
+    at.switch_page("views/model.py").run()
     assert not at.exception
     assert metric(at, "Validation radiographs passed") == f"{measured['val_ok_rate']:.1%}"
     assert metric(at, "Non-radiographs rejected") == f"{measured['non_radiograph_reject_rate']:.1%}"

@@ -37,6 +37,7 @@ from core.gate import (
     gate_thumbnail,
     pixel_signals,
     pixel_verdict,
+    shrink,
     summarize_card_gate,
 )
 from data.sources import DATASETS, load_dataset
@@ -57,16 +58,6 @@ LEARNING_RATE = 2e-3
 BATCH_SIZE = 64
 CHUNK = 32
 OTHER_ANATOMY = ("RG1_UNCR.dcm", "RG3_UNCR.dcm", "RG1_J2KR.dcm", "RG3_J2KR.dcm")
-
-
-def shrink(pixels: np.ndarray, side: int = WORKING_SIDE) -> np.ndarray:
-    image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
-    scale = side / max(image.size)
-    if scale < 1:
-        image = image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BOX
-        )
-    return np.asarray(image, dtype=np.float32)
 
 
 def random_crop(pixels: np.ndarray, rng: np.random.Generator, smallest: float) -> np.ndarray:
@@ -183,6 +174,8 @@ def cross_validated_rejections(
         for k, score in zip(held, scores, strict=True):
             pixel = pixel_verdict(pixel_signals(negatives[k], colourfulness[k])).status == "reject"
             rejected[k] = pixel or score < threshold
+            if not rejected[k]:
+                print(f"  missed {items[k].source}: score {score:.3f} >= {threshold:.3f}", file=sys.stderr, flush=True)
     return [rejected[k] for k in range(len(items))]
 
 
@@ -225,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     val_images = [decode_file(r.image_path) for r in val]
     items = non_radiographs(args.wheel_dir)
     decoded = [decode_bytes(i.png, i.source) for i in items]
-    negatives = [shrink(image.pixels) for image in decoded]
+    negatives = [shrink(image.pixels, WORKING_SIDE) for image in decoded]
     colourfulness = [image.meta.colourfulness for image in decoded]
-    positives = [shrink(image.pixels) for image in train_images]
+    positives = [shrink(image.pixels, WORKING_SIDE) for image in train_images]
     val_thumbnails = np.stack([gate_thumbnail(image.pixels) for image in val_images])
     held_out = cross_validated_rejections(items, negatives, colourfulness, positives, val_thumbnails, args)
 

@@ -127,7 +127,8 @@ st.markdown(
     f"{data.get('label_definition', '')}"
 )
 if data.get("counts"):
-    st.dataframe(pd.DataFrame([data["counts"]]), hide_index=True)
+    counts = pd.DataFrame([data["counts"]])
+    st.dataframe(counts.rename(columns=lambda key: key.replace("_", " ").capitalize()), hide_index=True)
 st.subheader("Limitations")
 st.markdown("\n".join(f"- {item}" for item in card["limitations"]))
 training = card.get("training") or {}

@@ -81,7 +81,7 @@ else:
 
 if outcome.study_id is not None:
     st.success(f"Logged as study #{outcome.study_id}.", icon=":material/task_alt:")
-    st.page_link("pages/study.py", label="Open this study to review it", query_params={"id": outcome.study_id})
+    st.page_link("views/study.py", label="Open this study to review it", query_params={"id": outcome.study_id})
 elif outcome.log_error:
     st.error(f"The study was scored but NOT logged: {outcome.log_error}")
 

@@ -71,7 +71,7 @@ st.dataframe(
 with st.expander("Open a study by number"):
     study_id = st.number_input("Study #", min_value=1, step=1, value=None)
     if study_id:
-        st.page_link("pages/study.py", label=f"Open study #{int(study_id)}", query_params={"id": int(study_id)})
+        st.page_link("views/study.py", label=f"Open study #{int(study_id)}", query_params={"id": int(study_id)})
 
 if st.button("Prepare CSV export", help="All studies matching the filters (no images, no identifiers)."):
     st.download_button(
