@@ -306,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
         "CR or DX is warned instead). The gate is a safeguard, not a guarantee."
     ]
     write_card(args.bundle, card)
+    if measured["non_radiograph_reject_rate_in_sample"] < measured["non_radiograph_reject_rate"]:
+        # The cross-validated rate measures the recipe; this network is one draw of it.
+        print(
+            "warning: the final gate rejects fewer of its own training non-radiographs "
+            f"({measured['non_radiograph_reject_rate_in_sample']:.1%}) than the cross-validated networks rejected "
+            "unseen ones: do not ship this gate; refit with another --seed",
+            file=sys.stderr,
+        )
     print(card["gate"]["summary"])
     print({k: v for k, v in measured.items() if k != "other_anatomy"}, other_status)
     return 0
