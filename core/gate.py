@@ -8,8 +8,9 @@ forward pass:
   graphics (one intensity dominates), or a low radiograph score from a small CNN trained to
   tell the training radiographs from photographs, pages and screenshots.
 - ``warn`` — a radiograph unlike the training data (another body part, an unusual view): a
-  middling radiograph score, a DICOM body part other than the training data's, or an
-  embedding far (Mahalanobis, PCA subspace) from the training embeddings.
+  low radiograph score on a DICOM whose header declares a radiograph (CR, DX), a DICOM body
+  part other than the training data's, or an embedding far (Mahalanobis, PCA subspace) from
+  the training embeddings.
 - ``ok`` — everything else.
 
 The pixel rules are fixed, named constants; the radiograph network, the novelty model and
